@@ -1,0 +1,4 @@
+//! Commands of the `herald` binary beyond `serve`.
+
+pub mod bench;
+pub mod receive;

@@ -1,0 +1,392 @@
+//! The sender: fan-out and delivery workers.
+//!
+//! - The fan-out loop expands published messages into deliveries
+//!   ([`fanout`]).
+//! - The delivery loop reads due deliveries from the sharded due index and
+//!   starts an attempt for each, under two semaphores: one for the whole
+//!   node and one per endpoint URL, so a slow or dead endpoint holds at most
+//!   its own share of the pool and never delays the others.
+//! - A publish on this node wakes the workers at once; polling is the
+//!   fallback for other nodes' work, retries coming due, and restarts.
+//! - On a shared store each attempt holds a lease (the due key moved to
+//!   `now + lease`), renewed while the request runs. On a store that one node
+//!   owns, the claim is only in memory: after a crash everything unfinished
+//!   is due again, so writing a lease would cost a commit for nothing.
+
+pub mod attempt;
+pub mod fanout;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::SenderConfig;
+use crate::deliveries::{self, DueEntry, Transition, TransitionError};
+use crate::messages::{self, format_id};
+use crate::metadata::{Metadata, Subscription};
+use crate::metrics::Metrics;
+use crate::store::keys::{Keys, SHARDS};
+use crate::store::{Kv, KvError, KvExt};
+use crate::time::now_ms;
+
+/// Wake-ups shared by the API and the workers of one node.
+#[derive(Default)]
+pub struct Wakers {
+    pub fanout: Notify,
+    pub deliveries: Notify,
+}
+
+/// Most due entries read per shard and round.
+const SCAN_PAGE: usize = 256;
+/// Bound on the entries one round looks at, so a huge backlog on saturated
+/// endpoints costs a bounded scan rather than a walk over all of it.
+const SCAN_BUDGET: usize = 8192;
+/// Fan-out tasks expanded concurrently; they share group commits.
+const FANOUT_CONCURRENCY: usize = 32;
+
+pub struct Sender {
+    kv: Arc<dyn Kv>,
+    keys: Keys,
+    metadata: Metadata,
+    config: SenderConfig,
+    shared: bool,
+    http: reqwest::Client,
+    metrics: Arc<Metrics>,
+    wakers: Arc<Wakers>,
+    in_flight: Mutex<HashSet<(String, u64)>>,
+    pool: Arc<Semaphore>,
+    endpoints: Mutex<HashMap<String, Arc<Semaphore>>>,
+    lease_token: String,
+    tasks: TaskTracker,
+}
+
+pub struct SenderParts {
+    pub kv: Arc<dyn Kv>,
+    pub keys: Keys,
+    pub metadata: Metadata,
+    pub config: SenderConfig,
+    pub shared: bool,
+    pub metrics: Arc<Metrics>,
+    pub wakers: Arc<Wakers>,
+}
+
+impl Sender {
+    pub fn new(parts: SenderParts) -> Arc<Sender> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(parts.config.max_in_flight_per_endpoint)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_keepalive(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds with static settings");
+        Arc::new(Sender {
+            pool: Arc::new(Semaphore::new(parts.config.max_in_flight)),
+            kv: parts.kv,
+            keys: parts.keys,
+            metadata: parts.metadata,
+            shared: parts.shared,
+            http,
+            metrics: parts.metrics,
+            wakers: parts.wakers,
+            in_flight: Mutex::new(HashSet::new()),
+            endpoints: Mutex::new(HashMap::new()),
+            lease_token: crate::metadata::new_subscription_id().replacen("sub_", "lease_", 1),
+            tasks: TaskTracker::new(),
+            config: parts.config,
+        })
+    }
+
+    /// Runs both loops until `shutdown`, then drains in-flight attempts for
+    /// up to the grace period. Attempts cut off there stay in the due index
+    /// (or keep a lease that expires) and are retried later.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let fanout = tokio::spawn(self.clone().fanout_loop(shutdown.clone()));
+        self.clone().delivery_loop(shutdown).await;
+        let _ = fanout.await;
+        self.tasks.close();
+        let grace = Duration::from_millis(self.config.shutdown_grace_ms);
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over; unfinished deliveries will be retried");
+        }
+    }
+
+    async fn idle(&self, notify: &Notify, wait: Duration, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = notify.notified() => true,
+            _ = tokio::time::sleep(wait) => true,
+        }
+    }
+
+    async fn fanout_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let poll = Duration::from_millis(self.config.poll_interval_ms);
+        loop {
+            match self.fanout_round().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(err) => tracing::warn!(error = %err, "fan-out round failed"),
+            }
+            if !self.idle(&self.wakers.fanout, poll, &shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Expands what is pending; returns whether it found anything.
+    async fn fanout_round(&self) -> Result<bool, KvError> {
+        let mut tasks = Vec::new();
+        for shard in 0..SHARDS {
+            tasks.extend(fanout::pending(self.kv.as_ref(), &self.keys, shard, 64).await?);
+        }
+        if tasks.is_empty() {
+            return Ok(false);
+        }
+        let batch = self.config.fanout_batch;
+        futures::stream::iter(tasks)
+            .for_each_concurrent(FANOUT_CONCURRENCY, |(key, msg)| async move {
+                loop {
+                    match fanout::expand_batch(self.kv.as_ref(), &self.keys, key.clone(), msg, batch).await {
+                        Ok((created, done)) => {
+                            if created > 0 {
+                                self.wakers.deliveries.notify_one();
+                            }
+                            if done {
+                                return;
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, msg = %format_id(msg), "fan-out failed; will retry");
+                            return;
+                        }
+                    }
+                }
+            })
+            .await;
+        Ok(true)
+    }
+
+    async fn delivery_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let poll = Duration::from_millis(self.config.poll_interval_ms);
+        let mut start_shard = 0u16;
+        loop {
+            let wait = match self.delivery_round(start_shard).await {
+                Ok(next_due) => next_due
+                    .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
+                    .unwrap_or(poll)
+                    .min(poll),
+                Err(err) => {
+                    tracing::warn!(error = %err, "delivery round failed");
+                    poll
+                }
+            };
+            // Nodes sharing a store start their scans at different shards.
+            start_shard = (start_shard + 1) % SHARDS;
+            if !self.idle(&self.wakers.deliveries, wait, &shutdown).await {
+                return;
+            }
+        }
+    }
+
+    fn endpoint_limit(&self, endpoint: &str) -> Arc<Semaphore> {
+        let mut endpoints = self.endpoints.lock().expect("endpoint map");
+        endpoints
+            .entry(endpoint.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_in_flight_per_endpoint)))
+            .clone()
+    }
+
+    /// Starts an attempt for every due delivery it can; returns the earliest
+    /// future due time it saw.
+    async fn delivery_round(self: &Arc<Self>, start_shard: u16) -> Result<Option<u64>, KvError> {
+        let now = now_ms();
+        let mut budget = SCAN_BUDGET;
+        let mut earliest: Option<u64> = None;
+        for offset in 0..SHARDS {
+            let shard = (start_shard + offset) % SHARDS;
+            let mut after = None;
+            while budget > 0 {
+                let page = deliveries::scan_due(
+                    self.kv.as_ref(),
+                    &self.keys,
+                    shard,
+                    now,
+                    after.clone(),
+                    SCAN_PAGE,
+                )
+                .await?;
+                budget = budget.saturating_sub(page.len());
+                let full = page.len() == SCAN_PAGE;
+                after = page.last().map(|e| e.key.clone());
+                for entry in page {
+                    if !self.try_start(entry).await {
+                        // The pool is full; a finishing attempt wakes us.
+                        return Ok(earliest);
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            if let Some(due) =
+                deliveries::next_due(self.kv.as_ref(), &self.keys, shard, now + 1).await?
+            {
+                earliest = Some(earliest.map_or(due, |e| e.min(due)));
+            }
+        }
+        Ok(earliest)
+    }
+
+    /// Starts one attempt unless it is already running or its endpoint is
+    /// saturated. Returns false only when the whole pool is busy.
+    async fn try_start(self: &Arc<Self>, entry: DueEntry) -> bool {
+        let id = (entry.sub.clone(), entry.msg);
+        if self.in_flight.lock().expect("in-flight set").contains(&id) {
+            return true;
+        }
+        let sub = match self.metadata.subscription(&entry.sub).await {
+            Ok(sub) => sub,
+            Err(err) => {
+                tracing::warn!(error = %err, "subscription lookup failed");
+                return true;
+            }
+        };
+        let endpoint_permit = match &sub {
+            Some(sub) => match self.endpoint_limit(&sub.endpoint).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => return true,
+            },
+            None => None,
+        };
+        let Ok(pool_permit) = self.pool.clone().try_acquire_owned() else {
+            return false;
+        };
+        self.in_flight
+            .lock()
+            .expect("in-flight set")
+            .insert(id.clone());
+        self.metrics.in_flight.inc();
+        let this = self.clone();
+        let span = tracing::info_span!(
+            "delivery",
+            sub = %entry.sub,
+            msg = %format_id(entry.msg),
+            attempt = entry.state.attempts + 1,
+        );
+        self.tasks.spawn(
+            async move {
+                let permits = (pool_permit, endpoint_permit);
+                if let Err(err) = this.deliver(entry, sub).await {
+                    match err {
+                        TransitionError::LostLease => tracing::info!("lease lost to another node"),
+                        TransitionError::Store(err) => tracing::warn!(error = %err, "recording the outcome failed; it will be retried"),
+                    }
+                }
+                drop(permits);
+                this.in_flight.lock().expect("in-flight set").remove(&id);
+                this.metrics.in_flight.dec();
+                this.wakers.deliveries.notify_one();
+            }
+            .instrument(span),
+        );
+        true
+    }
+
+    async fn deliver(
+        &self,
+        entry: DueEntry,
+        sub: Option<Arc<Subscription>>,
+    ) -> Result<(), TransitionError> {
+        let Some(sub) = sub else {
+            self.metrics.delivery("dropped");
+            deliveries::apply(self.kv.as_ref(), &self.keys, &entry, Transition::Finish).await?;
+            return Ok(());
+        };
+        if sub.paused {
+            deliveries::apply(self.kv.as_ref(), &self.keys, &entry, Transition::Park).await?;
+            return Ok(());
+        }
+        let message = {
+            let (keys, topic, msg) = (self.keys.clone(), entry.state.topic.clone(), entry.msg);
+            self.kv
+                .run(move |txn| {
+                    let (keys, topic) = (keys.clone(), topic.clone());
+                    async move { messages::read_message(&txn, &keys, &topic, msg).await }
+                })
+                .await?
+        };
+        let Some(message) = message else {
+            self.metrics.delivery("dropped");
+            deliveries::apply(self.kv.as_ref(), &self.keys, &entry, Transition::Finish).await?;
+            return Ok(());
+        };
+        let mut entry = entry;
+        if self.shared {
+            entry = self.renew_lease(&entry).await?;
+        }
+        let attempt = entry.state.attempts + 1;
+        let request = attempt::build_request(&sub, &message, attempt, (now_ms() / 1000) as i64);
+        let timeout = Duration::from_millis(sub.timeout_ms);
+        let send = attempt::send(&self.http, request, timeout);
+        tokio::pin!(send);
+        let outcome = loop {
+            if !self.shared {
+                break send.await;
+            }
+            tokio::select! {
+                outcome = &mut send => break outcome,
+                _ = tokio::time::sleep(Duration::from_millis(self.config.lease_ms / 3)) => {
+                    entry = self.renew_lease(&entry).await?;
+                }
+            }
+        };
+        let mut state = entry.state.clone();
+        state.attempts = attempt;
+        let now = now_ms();
+        let transition = attempt::decide(&sub, state, &outcome, now);
+        let recorded = transition.clone();
+        deliveries::apply(self.kv.as_ref(), &self.keys, &entry, transition).await?;
+        // Counted once recorded, so metrics never run ahead of the store.
+        match (&outcome, &recorded) {
+            (attempt::AttemptOutcome::Delivered, _) => {
+                self.metrics.delivery("delivered");
+                let latency = now.saturating_sub(message.header.published_at_ms);
+                self.metrics
+                    .delivery_latency
+                    .observe(latency as f64 / 1000.0);
+                tracing::debug!("delivered");
+            }
+            (_, Transition::DeadLetter { state }) => {
+                self.metrics.delivery("dead_lettered");
+                tracing::warn!(
+                    error = state.last_error.as_deref().unwrap_or(""),
+                    "dead-lettered"
+                );
+            }
+            (_, _) => {
+                self.metrics.delivery("retried");
+                tracing::info!(error = ?outcome, "attempt failed; retry scheduled");
+            }
+        }
+        Ok(())
+    }
+
+    async fn renew_lease(&self, entry: &DueEntry) -> Result<DueEntry, TransitionError> {
+        let transition = Transition::Lease {
+            due_ms: now_ms() + self.config.lease_ms,
+            token: self.lease_token.clone(),
+        };
+        deliveries::apply(self.kv.as_ref(), &self.keys, entry, transition)
+            .await?
+            .ok_or(TransitionError::LostLease)
+    }
+}
