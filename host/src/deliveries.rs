@@ -75,20 +75,17 @@ pub fn count_backlog(
     txn.atomic_add(&keys.counter(BACKLOG, shard(sub, msg)), delta)
 }
 
-/// Due entries of one shard with due time ≤ `until_ms`, after `after`.
+/// Due entries of one shard with due time ≤ `until_ms`, from key `from` on.
 pub async fn scan_due(
     kv: &dyn Kv,
     keys: &Keys,
     shard: u16,
     until_ms: u64,
-    after: Option<Vec<u8>>,
+    from: Option<Vec<u8>>,
     limit: usize,
 ) -> Result<Vec<DueEntry>, KvError> {
-    let (mut begin, end) = keys.due_until(shard, until_ms + 1);
-    if let Some(mut after) = after {
-        after.push(0);
-        begin = after;
-    }
+    let (head, end) = keys.due_until(shard, until_ms + 1);
+    let begin = from.filter(|from| *from > head).unwrap_or(head);
     let keys_owned = keys.clone();
     let rows = kv
         .run(move |txn| {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -64,6 +64,18 @@ pub struct Sender {
     endpoints: Mutex<HashMap<String, Arc<Semaphore>>>,
     lease_token: String,
     tasks: TaskTracker,
+    /// Per shard, where the next event-driven round starts scanning.
+    resume_points: Mutex<Vec<Option<Vec<u8>>>>,
+}
+
+/// What [`Sender::try_start`] did with a due entry.
+enum Start {
+    /// Started now, or already running.
+    Started,
+    /// Left for a later round: its endpoint is saturated.
+    Skipped,
+    /// Left: the whole pool is busy.
+    PoolFull,
 }
 
 pub struct SenderParts {
@@ -99,6 +111,7 @@ impl Sender {
             endpoints: Mutex::new(HashMap::new()),
             lease_token: crate::metadata::new_subscription_id().replacen("sub_", "lease_", 1),
             tasks: TaskTracker::new(),
+            resume_points: Mutex::new(vec![None; SHARDS as usize]),
             config: parts.config,
         })
     }
@@ -178,8 +191,16 @@ impl Sender {
     async fn delivery_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let mut start_shard = 0u16;
+        let mut last_full = std::time::Instant::now();
         loop {
-            let wait = match self.delivery_round(start_shard).await {
+            // Rounds woken by local events resume where the last one stopped;
+            // once per poll interval a round starts from the head of every
+            // shard, for anything that landed behind the resume points.
+            let full = last_full.elapsed() >= poll;
+            if full {
+                last_full = std::time::Instant::now();
+            }
+            let wait = match self.delivery_round(start_shard, full).await {
                 Ok(next_due) => next_due
                     .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
                     .unwrap_or(poll)
@@ -206,36 +227,66 @@ impl Sender {
     }
 
     /// Starts an attempt for every due delivery it can; returns the earliest
-    /// future due time it saw.
-    async fn delivery_round(self: &Arc<Self>, start_shard: u16) -> Result<Option<u64>, KvError> {
+    /// future due time it saw. A `full` round scans every shard from its
+    /// head; others start at each shard's resume point, the first entry the
+    /// last round could not start (everything before it is in flight).
+    async fn delivery_round(
+        self: &Arc<Self>,
+        start_shard: u16,
+        full: bool,
+    ) -> Result<Option<u64>, KvError> {
         let now = now_ms();
         let mut budget = SCAN_BUDGET;
         let mut earliest: Option<u64> = None;
         for offset in 0..SHARDS {
             let shard = (start_shard + offset) % SHARDS;
-            let mut after = None;
-            while budget > 0 {
+            let mut from = if full {
+                None
+            } else {
+                self.resume_points.lock().expect("resume points")[shard as usize].clone()
+            };
+            let mut first_unstarted = None;
+            let mut pool_full = false;
+            while budget > 0 && !pool_full {
                 let page = deliveries::scan_due(
                     self.kv.as_ref(),
                     &self.keys,
                     shard,
                     now,
-                    after.clone(),
+                    from.clone(),
                     SCAN_PAGE,
                 )
                 .await?;
                 budget = budget.saturating_sub(page.len());
-                let full = page.len() == SCAN_PAGE;
-                after = page.last().map(|e| e.key.clone());
+                let more = page.len() == SCAN_PAGE;
+                if let Some(last) = page.last() {
+                    let mut next = last.key.clone();
+                    next.push(0);
+                    from = Some(next);
+                }
                 for entry in page {
-                    if !self.try_start(entry).await {
-                        // The pool is full; a finishing attempt wakes us.
-                        return Ok(earliest);
+                    let key = entry.key.clone();
+                    match self.try_start(entry).await {
+                        Start::Started => {}
+                        Start::Skipped => {
+                            first_unstarted.get_or_insert(key);
+                        }
+                        Start::PoolFull => {
+                            first_unstarted.get_or_insert(key);
+                            pool_full = true;
+                            break;
+                        }
                     }
                 }
-                if !full {
+                if !more {
                     break;
                 }
+            }
+            self.resume_points.lock().expect("resume points")[shard as usize] =
+                first_unstarted.or(from);
+            if pool_full {
+                // A finishing attempt wakes the loop again.
+                return Ok(earliest);
             }
             if let Some(due) =
                 deliveries::next_due(self.kv.as_ref(), &self.keys, shard, now + 1).await?
@@ -246,29 +297,29 @@ impl Sender {
         Ok(earliest)
     }
 
-    /// Starts one attempt unless it is already running or its endpoint is
-    /// saturated. Returns false only when the whole pool is busy.
-    async fn try_start(self: &Arc<Self>, entry: DueEntry) -> bool {
+    /// Starts one attempt unless it is already running, its endpoint is
+    /// saturated, or the pool is full.
+    async fn try_start(self: &Arc<Self>, entry: DueEntry) -> Start {
         let id = (entry.sub.clone(), entry.msg);
         if self.in_flight.lock().expect("in-flight set").contains(&id) {
-            return true;
+            return Start::Started;
         }
         let sub = match self.metadata.subscription(&entry.sub).await {
             Ok(sub) => sub,
             Err(err) => {
                 tracing::warn!(error = %err, "subscription lookup failed");
-                return true;
+                return Start::Skipped;
             }
         };
         let endpoint_permit = match &sub {
             Some(sub) => match self.endpoint_limit(&sub.endpoint).try_acquire_owned() {
                 Ok(permit) => Some(permit),
-                Err(_) => return true,
+                Err(_) => return Start::Skipped,
             },
             None => None,
         };
         let Ok(pool_permit) = self.pool.clone().try_acquire_owned() else {
-            return false;
+            return Start::PoolFull;
         };
         self.in_flight
             .lock()
@@ -284,27 +335,30 @@ impl Sender {
         );
         self.tasks.spawn(
             async move {
-                let permits = (pool_permit, endpoint_permit);
-                if let Err(err) = this.deliver(entry, sub).await {
+                if let Err(err) = this.deliver(entry, sub, endpoint_permit).await {
                     match err {
                         TransitionError::LostLease => tracing::info!("lease lost to another node"),
                         TransitionError::Store(err) => tracing::warn!(error = %err, "recording the outcome failed; it will be retried"),
                     }
                 }
-                drop(permits);
+                drop(pool_permit);
                 this.in_flight.lock().expect("in-flight set").remove(&id);
                 this.metrics.in_flight.dec();
                 this.wakers.deliveries.notify_one();
             }
             .instrument(span),
         );
-        true
+        Start::Started
     }
 
+    /// One attempt. The endpoint permit is held only while the request is
+    /// out: recording the outcome waits for a commit, and the endpoint
+    /// should not sit idle meanwhile.
     async fn deliver(
         &self,
         entry: DueEntry,
         sub: Option<Arc<Subscription>>,
+        endpoint_permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(), TransitionError> {
         let Some(sub) = sub else {
             self.metrics.delivery("dropped");
@@ -349,6 +403,7 @@ impl Sender {
                 }
             }
         };
+        drop(endpoint_permit);
         let mut state = entry.state.clone();
         state.attempts = attempt;
         let now = now_ms();
