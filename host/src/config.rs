@@ -29,6 +29,9 @@ pub struct Config {
     pub sender: SenderConfig,
     pub limits: LimitsConfig,
     pub security: SecurityConfig,
+    /// Plugin limits: the defaults each attachment gets, and the ceilings
+    /// it may ask for.
+    pub plugins: crate::plugins::PluginsConfig,
     /// `tracing` filter directive, as in `RUST_LOG`.
     pub log: String,
 }
@@ -44,6 +47,7 @@ impl Default for Config {
             sender: SenderConfig::default(),
             limits: LimitsConfig::default(),
             security: SecurityConfig::default(),
+            plugins: crate::plugins::PluginsConfig::default(),
             log: "info".into(),
         }
     }
@@ -72,19 +76,24 @@ impl Default for RolesConfig {
 pub enum StoreBackend {
     /// redb in `data_dir`: one node owns the store.
     Embedded,
+    /// A FoundationDB cluster shared by every node (cargo feature `fdb`).
+    Fdb,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `embedded` (the default).
+    /// `embedded` (the default) or `fdb`.
     pub backend: StoreBackend,
+    /// The FoundationDB cluster file; the client's default
+    /// (`/etc/foundationdb/fdb.cluster`) when unset. Only for `fdb`.
+    pub cluster_file: Option<PathBuf>,
     /// Root subspace of this deployment, so several can share one cluster.
     pub prefix: String,
     /// Whether several nodes share this store. When true, every claimed
     /// delivery writes a lease that expires if the node dies; when false the
     /// single node skips that write, since after a crash every unfinished
-    /// delivery is due again anyway.
+    /// delivery is due again anyway. Always true on FoundationDB.
     pub shared: bool,
 }
 
@@ -92,7 +101,13 @@ impl StoreConfig {
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             StoreBackend::Embedded => "embedded",
+            StoreBackend::Fdb => "fdb",
         }
+    }
+
+    /// Whether claims must be written as leases: other nodes may share it.
+    pub fn is_shared(&self) -> bool {
+        self.shared || self.backend == StoreBackend::Fdb
     }
 }
 
@@ -100,6 +115,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             backend: StoreBackend::Embedded,
+            cluster_file: None,
             prefix: "default".into(),
             shared: false,
         }
@@ -117,8 +133,12 @@ pub struct SenderConfig {
     /// How often the due index is polled when nothing wakes the workers
     /// (work from other nodes, retries that come due, after a restart).
     pub poll_interval_ms: u64,
-    /// How long a claimed delivery stays invisible to other nodes (shared stores).
+    /// How long a claimed delivery stays invisible to other nodes (shared
+    /// stores). A node that dies holds its deliveries at most this long.
     pub lease_ms: u64,
+    /// How often a delivery still in flight renews its lease; well below
+    /// `lease_ms`, so a slow endpoint never loses its lease to another node.
+    pub lease_renew_ms: u64,
     /// How long shutdown waits for in-flight deliveries before releasing them.
     pub shutdown_grace_ms: u64,
     /// Most subscriptions expanded per fan-out transaction.
@@ -135,6 +155,7 @@ impl Default for SenderConfig {
             max_in_flight_per_endpoint: 16,
             poll_interval_ms: 1000,
             lease_ms: 30_000,
+            lease_renew_ms: 10_000,
             shutdown_grace_ms: 10_000,
             fanout_batch: 500,
             metadata_poll_ms: 1000,
@@ -258,6 +279,21 @@ impl Config {
         }
         if self.store.prefix.is_empty() {
             return invalid("store.prefix", "must not be empty");
+        }
+        if self.store.backend == StoreBackend::Fdb && !cfg!(feature = "fdb") {
+            return invalid(
+                "store.backend",
+                "\"fdb\" needs a herald built with `--features fdb` (and libfdb_c installed)",
+            );
+        }
+        if self.store.cluster_file.is_some() && self.store.backend != StoreBackend::Fdb {
+            return invalid("store.cluster_file", "only applies to backend = \"fdb\"");
+        }
+        if self.sender.lease_renew_ms == 0 || self.sender.lease_renew_ms >= self.sender.lease_ms {
+            return invalid(
+                "sender.lease_renew_ms",
+                "must be at least 1 and shorter than sender.lease_ms",
+            );
         }
         Ok(())
     }

@@ -16,6 +16,9 @@ pub enum ApiError {
     BadRequest { code: &'static str, detail: String },
     #[error("{0}")]
     NotFound(String),
+    /// Well-formed, but refused: a plugin rejected it or failed on it.
+    #[error("{detail}")]
+    Unprocessable { code: &'static str, detail: String },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -48,6 +51,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -63,6 +67,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => code,
             ApiError::NotFound(_) => "not_found",
+            ApiError::Unprocessable { code, .. } => code,
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",

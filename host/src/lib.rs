@@ -13,6 +13,8 @@
 //!   one attempt's request, signature and outcome.
 //! - [`store`]: the [`store::Kv`] trait with FoundationDB semantics, its
 //!   embedded redb backend, the keyspace and the conformance suite.
+//! - [`plugins`]: the wasmtime component host for the worlds in `wit/`:
+//!   sandbox, limits, upload validation, registry and attachment chains.
 //! - [`signing`]: Standard Webhooks signatures.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`time`]: wall-clock helpers.
@@ -29,6 +31,7 @@ pub mod error;
 pub mod messages;
 pub mod metadata;
 pub mod metrics;
+pub mod plugins;
 pub mod sender;
 pub mod server;
 pub mod signing;

@@ -44,6 +44,9 @@ enum Command {
         #[arg(long)]
         secret: Option<String>,
     },
+    /// Upload a plugin, or run one locally against a message.
+    #[command(subcommand)]
+    Plugin(cli::plugin::PluginCommand),
     /// Measure publish throughput and publish-to-delivery latency on this machine.
     Bench(cli::bench::BenchArgs),
 }
@@ -83,6 +86,10 @@ async fn main() -> anyhow::Result<()> {
             herald::server::serve(config).await?;
         }
         Command::Receive { port, secret } => cli::receive::run(port, secret).await?,
+        Command::Plugin(command) => {
+            init_tracing("info");
+            cli::plugin::run(command).await?;
+        }
         Command::Bench(args) => {
             init_tracing("warn");
             cli::bench::run(args).await?;

@@ -13,6 +13,9 @@ use crate::api::{self, AppState};
 use crate::config::{Config, StoreBackend};
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
+use crate::plugins::PluginEngine;
+use crate::plugins::chain::PluginHost;
+use crate::plugins::registry::PluginRegistry;
 use crate::sender::{Sender, SenderParts, Wakers};
 use crate::store::embedded::EmbeddedKv;
 use crate::store::ids::IdAllocator;
@@ -23,6 +26,8 @@ use crate::store::{Kv, KvError};
 pub enum StartError {
     #[error("opening the store: {0}")]
     Store(#[from] KvError),
+    #[error("starting the plugin engine: {0}")]
+    Plugins(crate::plugins::PluginError),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -36,6 +41,14 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Kv>, KvError> {
         StoreBackend::Embedded => Ok(Arc::new(EmbeddedKv::open(
             &config.data_dir.join("herald.redb"),
         )?)),
+        #[cfg(feature = "fdb")]
+        StoreBackend::Fdb => Ok(Arc::new(crate::store::fdb::FdbKv::open(
+            config.store.cluster_file.as_deref(),
+        )?)),
+        #[cfg(not(feature = "fdb"))]
+        StoreBackend::Fdb => Err(KvError::Backend(
+            "this herald was built without FoundationDB support (cargo feature `fdb`)".into(),
+        )),
     }
 }
 
@@ -73,6 +86,15 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         let wakers = Arc::new(Wakers::default());
         let shutdown = CancellationToken::new();
+        let plugins = PluginHost {
+            registry: PluginRegistry::new(
+                kv.clone(),
+                keys.clone(),
+                metadata.clone(),
+                Arc::new(PluginEngine::new().map_err(StartError::Plugins)?),
+            ),
+            config: config.plugins.clone(),
+        };
         let mut tasks = Vec::new();
 
         tasks.push(tokio::spawn(metadata.clone().watch_changes(
@@ -85,9 +107,11 @@ impl Node {
                 keys: keys.clone(),
                 metadata: metadata.clone(),
                 config: config.sender.clone(),
-                shared: config.store.shared,
+                shared: config.store.is_shared(),
                 metrics: metrics.clone(),
                 wakers: wakers.clone(),
+                plugins: plugins.clone(),
+                allow_private_endpoints: config.security.allow_private_endpoints,
             });
             tasks.push(tokio::spawn(sender.run(shutdown.clone())));
         }
@@ -100,6 +124,7 @@ impl Node {
                 config: config.clone(),
                 metrics,
                 wakers,
+                plugins,
             };
             let app = api::router(state);
             let stop = shutdown.clone();
@@ -148,6 +173,8 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     wait_for_signal().await;
     tracing::info!("shutting down: finishing in-flight deliveries");
     node.shutdown().await;
+    #[cfg(feature = "fdb")]
+    crate::store::fdb::stop_network();
     tracing::info!("stopped");
     Ok(())
 }

@@ -5,6 +5,8 @@ mod bad_input;
 mod crash;
 mod delivery;
 mod dlq;
+mod hostile;
 mod isolation;
 mod lifecycle;
+mod plugins;
 mod retry;

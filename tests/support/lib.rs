@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,6 +19,8 @@ use herald::config::Config;
 use herald::server::Node;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+pub mod hostile;
 
 /// An in-process node on a temporary data directory.
 pub struct TestServer {
@@ -417,4 +419,31 @@ impl Drop for HeraldProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A plugin or hostile fixture (a crate in `plugins/` or
+/// `tests/fixtures/plugins/`) as a wasm32-wasip2 component, e.g.
+/// `plugin_wasm("spin-forever")`. The first call that finds one missing runs
+/// `scripts/build-plugins`, which builds them all; `scripts/test` runs it
+/// before the tests, so edited plugins are rebuilt there.
+pub fn plugin_wasm(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    let path = root.join("target/wasm32-wasip2/plugin").join(file);
+    if !path.exists() {
+        BUILD.call_once(|| {
+            let status = Command::new(root.join("scripts/build-plugins"))
+                .stdout(Stdio::null())
+                .status()
+                .expect("scripts/build-plugins starts");
+            assert!(status.success(), "scripts/build-plugins failed");
+        });
+    }
+    assert!(
+        path.exists(),
+        "no {} after scripts/build-plugins",
+        path.display()
+    );
+    path
 }

@@ -3,6 +3,7 @@
 
 mod dlq;
 mod ops;
+mod plugins;
 mod publish;
 mod subscriptions;
 mod topics;
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
+use crate::plugins::chain::PluginHost;
 use crate::sender::Wakers;
 use crate::store::Kv;
 use crate::store::ids::IdAllocator;
@@ -35,6 +37,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub wakers: Arc<Wakers>,
     pub message_ids: Arc<IdAllocator>,
+    pub plugins: PluginHost,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -61,6 +64,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/subscriptions/{id}/dlq", get(dlq::list).delete(dlq::purge))
         .route("/v1/subscriptions/{id}/dlq/redrive", post(dlq::redrive))
+        .route("/v1/plugins", get(plugins::list))
+        .route(
+            "/v1/plugins/{name}",
+            get(plugins::get_one).put(plugins::upload).delete(plugins::delete),
+        )
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         // Publish reads its body with its own limit; this caps everything

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::messages::{self, MessageHeader, format_id, validate_attributes};
+use crate::plugins::chain::{ChainOutcome, apply_to_header, to_plugin_message};
 use crate::sender::fanout;
 use crate::store::{KvError, KvExt};
 use crate::time::now_ms;
@@ -19,6 +20,9 @@ const ATTRIBUTE_PREFIX: &str = "herald-attr-";
 #[derive(Serialize)]
 pub struct Published {
     pub id: String,
+    /// Set when a topic filter dropped the message: nothing was stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped_by: Option<String>,
 }
 
 fn attributes_from(headers: &HeaderMap) -> ApiResult<BTreeMap<String, String>> {
@@ -72,7 +76,7 @@ pub async fn publish_one(
     };
     let attributes = attributes_from(&headers)?;
     let id = state.message_ids.next().await?;
-    let message = MessageHeader {
+    let mut message = MessageHeader {
         id,
         topic: topic.name.clone(),
         content_type,
@@ -80,6 +84,35 @@ pub async fn publish_one(
         published_at_ms: now_ms(),
         body_len: body.len(),
     };
+    let mut body = body;
+    if !topic.plugins.is_empty() {
+        let seen = to_plugin_message(&message, &body);
+        match state.plugins.run_chain(&topic.plugins, seen, max).await {
+            Ok(ChainOutcome::Pass(transformed)) => {
+                apply_to_header(&mut message, &transformed);
+                body = transformed.body.into();
+            }
+            Ok(ChainOutcome::Dropped { plugin }) => {
+                let published = Published {
+                    id: format_id(id),
+                    dropped_by: Some(plugin),
+                };
+                return Ok((StatusCode::OK, axum::Json(published)));
+            }
+            Ok(ChainOutcome::Rejected { plugin, reason }) => {
+                return Err(ApiError::Unprocessable {
+                    code: "rejected_by_plugin",
+                    detail: format!("plugin {plugin} rejected the message: {reason}"),
+                });
+            }
+            Err(failure) => {
+                return Err(ApiError::Unprocessable {
+                    code: "plugin_failed",
+                    detail: failure.to_string(),
+                });
+            }
+        }
+    }
     let keys = state.keys.clone();
     state
         .kv
@@ -95,8 +128,9 @@ pub async fn publish_one(
     state.metrics.publishes.inc();
     state.wakers.fanout.notify_one();
     tracing::debug!(msg = %format_id(id), "published");
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(Published { id: format_id(id) }),
-    ))
+    let published = Published {
+        id: format_id(id),
+        dropped_by: None,
+    };
+    Ok((StatusCode::ACCEPTED, axum::Json(published)))
 }

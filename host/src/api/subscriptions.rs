@@ -9,7 +9,10 @@ use crate::deliveries;
 use crate::error::{ApiError, ApiResult};
 use crate::metadata::endpoint::validate_endpoint;
 use crate::metadata::model::{DEFAULT_TIMEOUT_MS, validate_timeout};
-use crate::metadata::{Protocol, RetryPolicy, Subscription, SubscriptionView, new_subscription_id};
+use crate::metadata::{
+    PluginAttachment, Protocol, RetryPolicy, Subscription, SubscriptionView, new_subscription_id,
+};
+use crate::plugins::chain::Owner;
 use crate::signing;
 use crate::time::now_ms;
 
@@ -27,6 +30,8 @@ pub struct CreateSubscription {
     pub envelope: bool,
     #[serde(default)]
     pub paused: bool,
+    #[serde(default)]
+    pub plugins: Vec<PluginAttachment>,
 }
 
 /// The create response: the only time the secret is shown.
@@ -45,6 +50,7 @@ pub struct UpdateSubscription {
     pub timeout_ms: Option<u64>,
     pub envelope: Option<bool>,
     pub paused: Option<bool>,
+    pub plugins: Option<Vec<PluginAttachment>>,
 }
 
 pub async fn create(
@@ -74,6 +80,10 @@ pub async fn create(
         None => signing::generate_secret(),
     };
     spec.retry.validate()?;
+    state
+        .plugins
+        .validate_attachments(Owner::Subscription, &spec.plugins)
+        .await?;
     let timeout_ms = spec.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
     validate_timeout(timeout_ms)?;
     let sub = Subscription {
@@ -87,6 +97,7 @@ pub async fn create(
         envelope: spec.envelope,
         paused: spec.paused,
         created_at_ms: now_ms(),
+        plugins: spec.plugins,
     };
     let sub = state.metadata.create_subscription(sub).await?;
     tracing::info!(sub = %sub.id, topic = %sub.topic, "subscription created");
@@ -145,8 +156,19 @@ pub async fn update(
     if let Some(timeout_ms) = patch.timeout_ms {
         validate_timeout(timeout_ms)?;
     }
-    let (retry, timeout_ms, envelope, paused) =
-        (patch.retry, patch.timeout_ms, patch.envelope, patch.paused);
+    if let Some(plugins) = &patch.plugins {
+        state
+            .plugins
+            .validate_attachments(Owner::Subscription, plugins)
+            .await?;
+    }
+    let (retry, timeout_ms, envelope, paused, plugins) = (
+        patch.retry,
+        patch.timeout_ms,
+        patch.envelope,
+        patch.paused,
+        patch.plugins,
+    );
     let sub = state
         .metadata
         .update_subscription(&id, move |sub| {
@@ -164,6 +186,9 @@ pub async fn update(
             }
             if let Some(paused) = paused {
                 sub.paused = paused;
+            }
+            if let Some(plugins) = &plugins {
+                sub.plugins = plugins.clone();
             }
             Ok(())
         })

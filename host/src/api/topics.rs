@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::{AppState, ListResponse, PageQuery, Query};
 use crate::error::{ApiError, ApiResult};
-use crate::metadata::Topic;
+use crate::metadata::{PluginAttachment, Topic};
+use crate::plugins::chain::Owner;
 
 /// The body of `PUT /v1/topics/{topic}`; it may be empty.
 #[derive(Debug, Default, Deserialize)]
@@ -17,6 +18,9 @@ pub struct TopicSpec {
     /// FIFO ordering per group id: reserved, refused until FIFO topics exist.
     #[serde(default)]
     pub fifo: bool,
+    /// Filters and transforms run at publish, in order; absent keeps the
+    /// current chain, `[]` clears it.
+    pub plugins: Option<Vec<PluginAttachment>>,
 }
 
 pub async fn put(
@@ -36,7 +40,13 @@ pub async fn put(
             "FIFO topics are not available yet",
         ));
     }
-    let (topic, created) = state.metadata.put_topic(&topic).await?;
+    if let Some(plugins) = &spec.plugins {
+        state
+            .plugins
+            .validate_attachments(Owner::Topic, plugins)
+            .await?;
+    }
+    let (topic, created) = state.metadata.put_topic(&topic, spec.plugins).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

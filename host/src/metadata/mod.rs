@@ -2,8 +2,9 @@
 //! moka cache.
 //!
 //! A write invalidates this node's cache at once and bumps the metadata
-//! version key; every node polls that key (at most every second) and drops its
-//! whole cache when it moved, so other nodes' writes reach it within the bound.
+//! version key; every node watches that key (a FoundationDB watch, or a poll
+//! every `sender.metadata_poll_ms`, at most a second) and drops its whole
+//! cache when it moved, so other nodes' writes reach it within the bound.
 
 pub mod endpoint;
 pub mod model;
@@ -19,7 +20,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::keys::Keys;
 use crate::store::{Kv, KvError, KvExt, Txn, decode_counter};
 use crate::time::now_ms;
-pub use model::{Protocol, RetryPolicy, Subscription, SubscriptionView, Topic};
+pub use model::{PluginAttachment, Protocol, RetryPolicy, Subscription, SubscriptionView, Topic};
+
+use crate::plugins::registry::PluginRecord;
 
 /// Reads and writes topics and subscriptions.
 #[derive(Clone)]
@@ -28,6 +31,7 @@ pub struct Metadata {
     keys: Keys,
     topics: Cache<String, Option<Arc<Topic>>>,
     subs: Cache<String, Option<Arc<Subscription>>>,
+    plugins: Cache<String, Option<Arc<PluginRecord>>>,
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, KvError> {
@@ -59,10 +63,11 @@ impl Metadata {
             keys,
             topics: new_cache(10_000),
             subs: new_cache(100_000),
+            plugins: new_cache(10_000),
         }
     }
 
-    fn bump_version(&self, txn: &Txn) -> Result<(), KvError> {
+    pub(crate) fn bump_version(&self, txn: &Txn) -> Result<(), KvError> {
         txn.atomic_add(&self.keys.meta_version(), 1)
     }
 
@@ -81,6 +86,23 @@ impl Metadata {
     pub fn invalidate_all(&self) {
         self.topics.invalidate_all();
         self.subs.invalidate_all();
+        self.plugins.invalidate_all();
+    }
+
+    pub async fn plugin(&self, name: &str) -> ApiResult<Option<Arc<PluginRecord>>> {
+        let key = self.keys.plugin(name);
+        self.plugins
+            .try_get_with(name.to_string(), async {
+                self.load::<PluginRecord>(key)
+                    .await
+                    .map(|p| p.map(Arc::new))
+            })
+            .await
+            .map_err(|err| ApiError::Store((*err).clone()))
+    }
+
+    pub async fn invalidate_plugin(&self, name: &str) {
+        self.plugins.invalidate(name).await;
     }
 
     /// Polls the version key until `shutdown`, invalidating on change.
@@ -90,10 +112,11 @@ impl Metadata {
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         let mut seen = self.version().await.ok();
+        let key = self.keys.meta_version();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
+                _ = self.kv.wait_for_change(&key, every) => {}
             }
             match self.version().await {
                 Ok(version) if Some(version) != seen => {
@@ -139,8 +162,13 @@ impl Metadata {
             .ok_or_else(|| ApiError::NotFound(format!("topic {name} does not exist")))
     }
 
-    /// Creates the topic if it is new; returns it and whether it was created.
-    pub async fn put_topic(&self, name: &str) -> ApiResult<(Topic, bool)> {
+    /// Creates the topic if it is new, and sets its plugin chain when
+    /// `plugins` is given; returns it and whether it was created.
+    pub async fn put_topic(
+        &self,
+        name: &str,
+        plugins: Option<Vec<PluginAttachment>>,
+    ) -> ApiResult<(Topic, bool)> {
         model::validate_topic_name(name)?;
         let key = self.keys.topic(name);
         let name = name.to_string();
@@ -148,14 +176,29 @@ impl Metadata {
         let result = self
             .kv
             .run(move |txn| {
-                let (key, name, this) = (key.clone(), name.clone(), this.clone());
+                let (key, name, this, plugins) =
+                    (key.clone(), name.clone(), this.clone(), plugins.clone());
                 async move {
+                    let owner = format!("topic:{name}");
                     if let Some(existing) = txn.get(&key, false).await? {
-                        return Ok::<_, ApiError>((decode::<Topic>(&existing)?, false));
+                        let mut topic = decode::<Topic>(&existing)?;
+                        if let Some(plugins) = plugins
+                            && plugins != topic.plugins
+                        {
+                            this.record_plugin_uses(&txn, &owner, &topic.plugins, &plugins)
+                                .await?;
+                            topic.plugins = plugins;
+                            txn.set(&key, &encode(&topic))?;
+                            this.bump_version(&txn)?;
+                        }
+                        return Ok::<_, ApiError>((topic, false));
                     }
+                    let plugins = plugins.unwrap_or_default();
+                    this.record_plugin_uses(&txn, &owner, &[], &plugins).await?;
                     let topic = Topic {
                         name,
                         created_at_ms: now_ms(),
+                        plugins,
                     };
                     txn.set(&key, &encode(&topic))?;
                     this.bump_version(&txn)?;
@@ -165,6 +208,35 @@ impl Metadata {
             .await?;
         self.topics.invalidate(&result.0.name).await;
         Ok(result)
+    }
+
+    /// Keeps the `plugin_use` index in step with an owner's attachments, and
+    /// checks, inside the same transaction, that every attached plugin still
+    /// exists, so an attach and a delete cannot both commit.
+    async fn record_plugin_uses(
+        &self,
+        txn: &Txn,
+        owner: &str,
+        old: &[PluginAttachment],
+        new: &[PluginAttachment],
+    ) -> ApiResult<()> {
+        for attachment in old {
+            txn.clear(&self.keys.plugin_use(&attachment.name, owner))?;
+        }
+        for attachment in new {
+            if txn
+                .get(&self.keys.plugin(&attachment.name), false)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::NotFound(format!(
+                    "plugin {} does not exist",
+                    attachment.name
+                )));
+            }
+            txn.set(&self.keys.plugin_use(&attachment.name, owner), b"")?;
+        }
+        Ok(())
     }
 
     pub async fn list_topics(&self, cursor: Option<&str>, limit: usize) -> ApiResult<Page<Topic>> {
@@ -229,12 +301,22 @@ impl Metadata {
             .run(move |txn| {
                 let (keys, topic, this) = (keys.clone(), topic.clone(), this.clone());
                 async move {
+                    if let Some(bytes) = txn.get(&keys.topic(&topic), false).await? {
+                        let record: Topic = decode(&bytes)?;
+                        this.record_plugin_uses(
+                            &txn,
+                            &format!("topic:{topic}"),
+                            &record.plugins,
+                            &[],
+                        )
+                        .await?;
+                    }
                     txn.clear(&keys.topic(&topic))?;
                     for (begin, end) in keys.topic_messages(&topic) {
                         txn.clear_range(&begin, &end)?;
                     }
                     this.bump_version(&txn)?;
-                    Ok::<_, KvError>(())
+                    Ok::<_, ApiError>(())
                 }
             })
             .await?;
@@ -275,6 +357,8 @@ impl Metadata {
                             sub.topic
                         )));
                     }
+                    this.record_plugin_uses(&txn, &format!("sub:{}", sub.id), &[], &sub.plugins)
+                        .await?;
                     txn.set(&keys.sub(&sub.id), &encode(&sub))?;
                     txn.set(&keys.topic_sub(&sub.topic, &sub.id), b"")?;
                     this.bump_version(&txn)?;
@@ -336,7 +420,12 @@ impl Metadata {
                         )));
                     };
                     let mut sub: Subscription = decode(&bytes)?;
+                    let before = sub.plugins.clone();
                     update(&mut sub)?;
+                    if sub.plugins != before {
+                        this.record_plugin_uses(&txn, &format!("sub:{id}"), &before, &sub.plugins)
+                            .await?;
+                    }
                     txn.set(&key, &encode(&sub))?;
                     this.bump_version(&txn)?;
                     Ok(sub)
@@ -360,6 +449,8 @@ impl Metadata {
             .run(move |txn| {
                 let (keys, sub, this) = (keys.clone(), sub.clone(), this.clone());
                 async move {
+                    this.record_plugin_uses(&txn, &format!("sub:{}", sub.id), &sub.plugins, &[])
+                        .await?;
                     txn.clear(&keys.sub(&sub.id))?;
                     txn.clear(&keys.topic_sub(&sub.topic, &sub.id))?;
                     let (b, e) = keys.dlq_all(&sub.id);
@@ -367,7 +458,7 @@ impl Metadata {
                     let (b, e) = keys.dlq_bodies(&sub.id);
                     txn.clear_range(&b, &e)?;
                     this.bump_version(&txn)?;
-                    Ok::<_, KvError>(())
+                    Ok::<_, ApiError>(())
                 }
             })
             .await?;

@@ -8,7 +8,38 @@ use crate::error::ApiError;
 pub struct Topic {
     pub name: String,
     pub created_at_ms: u64,
+    /// Filters and transforms run at publish, in order.
+    #[serde(default)]
+    pub plugins: Vec<PluginAttachment>,
 }
+
+/// A plugin attached to a topic or subscription.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginAttachment {
+    pub name: String,
+    /// A pinned version; the latest when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// Given to the plugin as JSON through the host `config` import.
+    #[serde(default = "empty_config")]
+    pub config: serde_json::Value,
+    /// Per-call memory cap in bytes, within the server's ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<usize>,
+    /// Per-call CPU cap in milliseconds, within the server's ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Cap on the plugin's output in bytes, within the server's ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<usize>,
+}
+
+fn empty_config() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+impl Eq for PluginAttachment {}
 
 /// How a subscription receives messages.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -96,6 +127,9 @@ pub struct Subscription {
     pub envelope: bool,
     pub paused: bool,
     pub created_at_ms: u64,
+    /// Filters, transforms and at most one delivery plugin, run before sending.
+    #[serde(default)]
+    pub plugins: Vec<PluginAttachment>,
 }
 
 /// A subscription as the API shows it: everything but the secret.
@@ -110,6 +144,7 @@ pub struct SubscriptionView {
     pub envelope: bool,
     pub paused: bool,
     pub created_at_ms: u64,
+    pub plugins: Vec<PluginAttachment>,
 }
 
 impl From<&Subscription> for SubscriptionView {
@@ -124,6 +159,7 @@ impl From<&Subscription> for SubscriptionView {
             envelope: sub.envelope,
             paused: sub.paused,
             created_at_ms: sub.created_at_ms,
+            plugins: sub.plugins.clone(),
         }
     }
 }

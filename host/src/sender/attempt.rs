@@ -14,54 +14,65 @@ use crate::metadata::Subscription;
 use crate::metadata::model::ClientErrorPolicy;
 use crate::signing;
 
-/// The request that goes out, fully shaped.
-pub struct OutgoingRequest {
-    pub url: String,
-    pub headers: HeaderMap,
-    pub body: bytes::Bytes,
-}
+/// The request before signing, in the shape delivery plugins see.
+pub use crate::plugins::bindings::OutgoingRequest;
 
-pub fn build_request(
-    sub: &Subscription,
-    message: &Message,
-    attempt: u32,
-    now_s: i64,
-) -> OutgoingRequest {
-    let id = format_id(message.header.id);
+/// The default request for a delivery: the body byte for byte (or the
+/// envelope), its content type, and Herald's headers. Unsigned: the
+/// signature is added last, over whatever body finally goes out.
+pub fn build_request(sub: &Subscription, message: &Message, attempt: u32) -> OutgoingRequest {
     let (body, content_type) = if sub.envelope {
         (envelope(message), Some("application/json".to_string()))
     } else {
         (message.body.clone(), message.header.content_type.clone())
     };
-    let key = signing::secret_key(&sub.secret).unwrap_or_default();
-    let mut headers = HeaderMap::new();
-    let mut put = |name: &str, value: &str| {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            headers.insert(name, value);
-        }
-    };
-    put("webhook-id", &id);
-    put("webhook-timestamp", &now_s.to_string());
-    put("webhook-signature", &signing::sign(&key, &id, now_s, &body));
-    put("herald-topic", &message.header.topic);
-    put("herald-subscription", &sub.id);
-    put("herald-attempt", &attempt.to_string());
+    let mut headers = vec![
+        ("herald-topic".to_string(), message.header.topic.clone()),
+        ("herald-subscription".to_string(), sub.id.clone()),
+        ("herald-attempt".to_string(), attempt.to_string()),
+    ];
     if !sub.envelope {
         for (name, value) in &message.header.attributes {
-            put(&format!("herald-attr-{name}"), value);
+            headers.push((format!("herald-attr-{name}"), value.clone()));
         }
     }
     if let Some(content_type) = content_type {
-        put(CONTENT_TYPE.as_str(), &content_type);
+        headers.push((CONTENT_TYPE.as_str().to_string(), content_type));
     }
     OutgoingRequest {
+        method: "POST".into(),
         url: sub.endpoint.clone(),
         headers,
-        body,
+        body: body.to_vec(),
     }
+}
+
+/// Adds the Standard Webhooks headers over the final body.
+pub fn sign(request: &mut OutgoingRequest, secret: &str, id: &str, now_s: i64) {
+    let key = signing::secret_key(secret).unwrap_or_default();
+    let signature = signing::sign(&key, id, now_s, &request.body);
+    request
+        .headers
+        .retain(|(name, _)| !name.eq_ignore_ascii_case("webhook-signature"));
+    request.headers.push(("webhook-id".into(), id.to_string()));
+    request
+        .headers
+        .push(("webhook-timestamp".into(), now_s.to_string()));
+    request
+        .headers
+        .push(("webhook-signature".into(), signature));
+}
+
+fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
+        map.insert(name, value);
+    }
+    Ok(map)
 }
 
 /// The JSON envelope: the body as a string when it is UTF-8, else base64.
@@ -104,9 +115,20 @@ pub async fn send(
     request: OutgoingRequest,
     timeout: Duration,
 ) -> AttemptOutcome {
+    let shaped = reqwest::Method::from_bytes(request.method.as_bytes())
+        .map_err(|_| format!("invalid method {:?}", request.method))
+        .and_then(|method| Ok((method, header_map(&request.headers)?)));
+    let (method, headers) = match shaped {
+        Ok(shaped) => shaped,
+        Err(error) => {
+            return AttemptOutcome::Rejected {
+                error: format!("request shape: {error}"),
+            };
+        }
+    };
     let result = client
-        .post(&request.url)
-        .headers(request.headers)
+        .request(method, &request.url)
+        .headers(headers)
         .body(request.body)
         .timeout(timeout)
         .send()

@@ -29,8 +29,10 @@ use tracing::Instrument;
 use crate::config::SenderConfig;
 use crate::deliveries::{self, DueEntry, Transition, TransitionError};
 use crate::messages::{self, format_id};
+use crate::metadata::endpoint::validate_endpoint;
 use crate::metadata::{Metadata, Subscription};
 use crate::metrics::Metrics;
+use crate::plugins::chain::{ChainOutcome, PluginHost, apply_to_header, to_plugin_message};
 use crate::store::keys::{Keys, SHARDS};
 use crate::store::{Kv, KvError, KvExt};
 use crate::time::now_ms;
@@ -59,6 +61,8 @@ pub struct Sender {
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     wakers: Arc<Wakers>,
+    plugins: PluginHost,
+    allow_private_endpoints: bool,
     in_flight: Mutex<HashSet<(String, u64)>>,
     pool: Arc<Semaphore>,
     endpoints: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -66,6 +70,15 @@ pub struct Sender {
     tasks: TaskTracker,
     /// Per shard, where the next event-driven round starts scanning.
     resume_points: Mutex<Vec<Option<Vec<u8>>>>,
+}
+
+/// A delivery after its subscription's plugins ran.
+enum Prepared {
+    Send(attempt::OutgoingRequest),
+    /// Not sent, and finished: the metrics label says why.
+    Skip(&'static str),
+    /// A plugin failed: the attempt fails with this reason.
+    Fail(String),
 }
 
 /// What [`Sender::try_start`] did with a due entry.
@@ -86,6 +99,8 @@ pub struct SenderParts {
     pub shared: bool,
     pub metrics: Arc<Metrics>,
     pub wakers: Arc<Wakers>,
+    pub plugins: PluginHost,
+    pub allow_private_endpoints: bool,
 }
 
 impl Sender {
@@ -107,6 +122,8 @@ impl Sender {
             http,
             metrics: parts.metrics,
             wakers: parts.wakers,
+            plugins: parts.plugins,
+            allow_private_endpoints: parts.allow_private_endpoints,
             in_flight: Mutex::new(HashSet::new()),
             endpoints: Mutex::new(HashMap::new()),
             lease_token: crate::metadata::new_subscription_id().replacen("sub_", "lease_", 1),
@@ -361,9 +378,7 @@ impl Sender {
         endpoint_permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(), TransitionError> {
         let Some(sub) = sub else {
-            self.metrics.delivery("dropped");
-            deliveries::apply(self.kv.as_ref(), &self.keys, &entry, Transition::Finish).await?;
-            return Ok(());
+            return self.finish_unsent(&entry, "dropped").await;
         };
         if sub.paused {
             deliveries::apply(self.kv.as_ref(), &self.keys, &entry, Transition::Park).await?;
@@ -379,27 +394,35 @@ impl Sender {
                 .await?
         };
         let Some(message) = message else {
-            self.metrics.delivery("dropped");
-            deliveries::apply(self.kv.as_ref(), &self.keys, &entry, Transition::Finish).await?;
-            return Ok(());
+            return self.finish_unsent(&entry, "dropped").await;
         };
         let mut entry = entry;
         if self.shared {
             entry = self.renew_lease(&entry).await?;
         }
         let attempt = entry.state.attempts + 1;
-        let request = attempt::build_request(&sub, &message, attempt, (now_ms() / 1000) as i64);
-        let timeout = Duration::from_millis(sub.timeout_ms);
-        let send = attempt::send(&self.http, request, timeout);
-        tokio::pin!(send);
-        let outcome = loop {
-            if !self.shared {
-                break send.await;
-            }
-            tokio::select! {
-                outcome = &mut send => break outcome,
-                _ = tokio::time::sleep(Duration::from_millis(self.config.lease_ms / 3)) => {
-                    entry = self.renew_lease(&entry).await?;
+        let outcome = match self.prepare(&sub, &message, attempt).await {
+            Prepared::Skip(label) => return self.finish_unsent(&entry, label).await,
+            Prepared::Fail(error) => attempt::AttemptOutcome::Transient {
+                error,
+                retry_after: None,
+            },
+            Prepared::Send(mut request) => {
+                let id = format_id(message.header.id);
+                attempt::sign(&mut request, &sub.secret, &id, (now_ms() / 1000) as i64);
+                let timeout = Duration::from_millis(sub.timeout_ms);
+                let send = attempt::send(&self.http, request, timeout);
+                tokio::pin!(send);
+                loop {
+                    if !self.shared {
+                        break send.await;
+                    }
+                    tokio::select! {
+                        outcome = &mut send => break outcome,
+                        _ = tokio::time::sleep(Duration::from_millis(self.config.lease_renew_ms)) => {
+                            entry = self.renew_lease(&entry).await?;
+                        }
+                    }
                 }
             }
         };
@@ -433,6 +456,68 @@ impl Sender {
             }
         }
         Ok(())
+    }
+
+    /// Finishes a delivery that is not sent: its subscription or message is
+    /// gone, or a plugin filtered or skipped it.
+    async fn finish_unsent(
+        &self,
+        entry: &DueEntry,
+        label: &'static str,
+    ) -> Result<(), TransitionError> {
+        deliveries::apply(self.kv.as_ref(), &self.keys, entry, Transition::Finish).await?;
+        self.metrics.delivery(label);
+        tracing::debug!(outcome = label, "finished without sending");
+        Ok(())
+    }
+
+    /// Runs the subscription's plugins and shapes the request.
+    async fn prepare(
+        &self,
+        sub: &Subscription,
+        message: &messages::Message,
+        attempt: u32,
+    ) -> Prepared {
+        let mut message = message.clone();
+        let mut seen = to_plugin_message(&message.header, &message.body);
+        if !sub.plugins.is_empty() {
+            match self.plugins.run_chain(&sub.plugins, seen, usize::MAX).await {
+                Ok(ChainOutcome::Pass(transformed)) => {
+                    apply_to_header(&mut message.header, &transformed);
+                    message.body = transformed.body.clone().into();
+                    seen = transformed;
+                }
+                Ok(ChainOutcome::Dropped { plugin }) => {
+                    tracing::debug!(plugin, "filtered out");
+                    return Prepared::Skip("filtered");
+                }
+                Ok(ChainOutcome::Rejected { plugin, reason }) => {
+                    tracing::info!(plugin, reason, "rejected by the subscription's filter");
+                    return Prepared::Skip("filtered");
+                }
+                Err(failure) => return Prepared::Fail(failure.to_string()),
+            }
+        }
+        let request = attempt::build_request(sub, &message, attempt);
+        if !sub.plugins.is_empty() {
+            let default_url = request.url.clone();
+            match self.plugins.shape(&sub.plugins, &seen, request).await {
+                Ok(None) => return Prepared::Skip("skipped"),
+                Ok(Some(shaped)) => {
+                    if shaped.url != default_url
+                        && let Err(err) =
+                            validate_endpoint(&shaped.url, self.allow_private_endpoints)
+                    {
+                        return Prepared::Fail(format!(
+                            "delivery plugin set a URL that is not allowed: {err}"
+                        ));
+                    }
+                    return Prepared::Send(shaped);
+                }
+                Err(failure) => return Prepared::Fail(failure.to_string()),
+            }
+        }
+        Prepared::Send(request)
     }
 
     async fn renew_lease(&self, entry: &DueEntry) -> Result<DueEntry, TransitionError> {

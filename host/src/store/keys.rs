@@ -108,6 +108,27 @@ impl Keys {
     pub fn dlq_bodies(&self, sub: &str) -> (Vec<u8>, Vec<u8>) {
         self.range(&("dlqb", sub))
     }
+    pub fn plugin(&self, name: &str) -> Vec<u8> {
+        self.pack(&("plugin", name))
+    }
+    pub fn plugins(&self) -> (Vec<u8>, Vec<u8>) {
+        self.range(&("plugin",))
+    }
+    pub fn plugin_bin_chunk(&self, name: &str, version: u32, chunk: u32) -> Vec<u8> {
+        self.pack(&("pluginbin", name, version, chunk))
+    }
+    pub fn plugin_bin(&self, name: &str, version: u32) -> (Vec<u8>, Vec<u8>) {
+        self.range(&("pluginbin", name, version))
+    }
+    pub fn plugin_bins(&self, name: &str) -> (Vec<u8>, Vec<u8>) {
+        self.range(&("pluginbin", name))
+    }
+    pub fn plugin_use(&self, name: &str, owner: &str) -> Vec<u8> {
+        self.pack(&("plugin_use", name, owner))
+    }
+    pub fn plugin_uses(&self, name: &str) -> (Vec<u8>, Vec<u8>) {
+        self.range(&("plugin_use", name))
+    }
     pub fn counter(&self, name: &str, shard: u16) -> Vec<u8> {
         self.pack(&("counter", name, shard))
     }

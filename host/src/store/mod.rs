@@ -33,12 +33,17 @@
 //! | `("parked", sub_id, msg_id)` | delivery state of a paused subscription |
 //! | `("dlq", sub_id, msg_id)` | dead letter (JSON: header, attempts, last error) |
 //! | `("dlqb", sub_id, msg_id, chunk)` | the dead letter's own copy of the body |
+//! | `("plugin", name)` | plugin record: kind and versions (JSON) |
+//! | `("pluginbin", name, version, chunk)` | the `.wasm` component, in chunks |
+//! | `("plugin_use", name, owner)` | `""`: `owner` (`topic:…` or `sub:…`) attaches the plugin |
 //! | `("counter", name, shard)` | sharded counters (little-endian i64) |
 //! | `("ids", name)` | id allocator high-water mark (little-endian u64) |
 //! | `("meta_version",)` | bumped by every metadata write (little-endian i64) |
 
 pub mod conformance;
 pub mod embedded;
+#[cfg(feature = "fdb")]
+pub mod fdb;
 pub mod ids;
 pub mod keys;
 
@@ -143,6 +148,14 @@ pub trait Kv: Send + Sync + 'static {
     /// Whether the backend is able to serve, for `/readyz`.
     async fn health(&self) -> KvResult<()> {
         Ok(())
+    }
+
+    /// Returns once `key` may have changed, or after `timeout`. FoundationDB
+    /// wakes on the change (a watch); the default only waits out the
+    /// timeout, which makes callers poll. Callers read the key again either way.
+    async fn wait_for_change(&self, key: &[u8], timeout: std::time::Duration) {
+        let _ = key;
+        tokio::time::sleep(timeout).await;
     }
 
     /// A short name for logs and metrics.

@@ -1,0 +1,6 @@
+use herald_sdk::{Message, transform};
+
+#[transform]
+fn nothing(_msg: Message) {}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use herald_sdk::{Message, OutgoingRequest, delivery};
+
+#[delivery]
+fn shape(_msg: &Message) -> Result<Option<OutgoingRequest>, String> {
+    Ok(None)
+}
+
+fn main() {}
