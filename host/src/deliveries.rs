@@ -140,7 +140,8 @@ pub enum Transition {
     Reschedule { due_ms: u64, state: DeliveryState },
     /// Into the subscription's dead-letter queue.
     DeadLetter { state: DeliveryState },
-    /// Out of the due index until the subscription resumes.
+    /// Out of the due index until the subscription resumes; due again at
+    /// once if the store says it is not paused after all.
     Park,
     /// Moved to `due_ms` with a lease token, by the node that claims it.
     Lease { due_ms: u64, token: String },
@@ -190,6 +191,12 @@ pub async fn apply(
                 Transition::Park => {
                     let mut state = entry.state.clone();
                     state.lease = None;
+                    // The caller's view of the subscription may be stale (a
+                    // cache on another node): park only what the store says
+                    // is paused, so a resume can never miss a delivery.
+                    if !is_paused(&txn, &keys, &entry.sub).await? {
+                        return Ok(moved(now_ms(), state)?);
+                    }
                     txn.set(&keys.parked(&entry.sub, entry.msg), &encode(&state))?;
                     Ok(None)
                 }
@@ -201,6 +208,15 @@ pub async fn apply(
         }
     })
     .await
+}
+
+/// Whether the stored subscription is paused; a deleted one is not (the
+/// sender then drops its deliveries).
+async fn is_paused(txn: &Txn, keys: &Keys, sub: &str) -> Result<bool, KvError> {
+    Ok(match txn.get(&keys.sub(sub), false).await? {
+        Some(bytes) => decode::<crate::metadata::Subscription>(&bytes)?.paused,
+        None => false,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

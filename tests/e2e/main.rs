@@ -5,8 +5,11 @@ mod bad_input;
 mod crash;
 mod delivery;
 mod dlq;
+#[cfg(feature = "fdb")]
+mod fdb;
 mod hostile;
 mod isolation;
 mod lifecycle;
+mod nodes;
 mod plugins;
 mod retry;

@@ -20,7 +20,9 @@ use herald::server::Node;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+pub mod cluster;
 pub mod hostile;
+pub mod lb;
 
 /// An in-process node on a temporary data directory.
 pub struct TestServer {
@@ -56,8 +58,23 @@ impl TestServer {
     }
 }
 
+/// Logs of in-process nodes go to the test's output when
+/// `HERALD_TEST_LOG` holds a filter (`HERALD_TEST_LOG=herald=debug`).
+pub fn init_test_log() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if let Ok(filter) = std::env::var("HERALD_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 /// A local config tuned for tests: fast polling so retries are quick.
 pub fn test_config(dir: &Path) -> Config {
+    init_test_log();
     let mut config = Config::for_local(dir);
     config.sender.poll_interval_ms = 100;
     config.sender.shutdown_grace_ms = 2000;
@@ -227,6 +244,7 @@ struct ReceiverState {
     script: Arc<Mutex<VecDeque<u16>>>,
     default_status: Arc<Mutex<u16>>,
     hang: Arc<Mutex<bool>>,
+    delay: Arc<Mutex<Duration>>,
     tx: mpsc::UnboundedSender<Delivery>,
 }
 
@@ -261,6 +279,10 @@ async fn receive(
         // A dead endpoint that accepts the connection and never answers.
         std::future::pending::<()>().await;
     }
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     StatusCode::from_u16(status).unwrap()
 }
 
@@ -271,6 +293,7 @@ impl TestReceiver {
             script: Arc::default(),
             default_status: Arc::new(Mutex::new(200)),
             hang: Arc::default(),
+            delay: Arc::default(),
             tx,
         };
         let app = Router::new()
@@ -299,6 +322,16 @@ impl TestReceiver {
     /// Accept requests and never answer them.
     pub fn hang(&self) {
         *self.state.hang.lock().unwrap() = true;
+    }
+
+    /// Answer every request only after `delay`: a slow endpoint.
+    pub fn delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
+    /// The next request; `None` once the receiver is closed.
+    pub async fn next_opt(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
     }
 
     /// The next request, or a panic after `within`.

@@ -336,6 +336,11 @@ impl Metadata {
             .map_err(|err| ApiError::Store((*err).clone()))
     }
 
+    /// Drops this node's cached copy of a subscription found to be stale.
+    pub async fn forget_subscription(&self, id: &str) {
+        self.subs.invalidate(id).await;
+    }
+
     pub async fn require_subscription(&self, id: &str) -> ApiResult<Arc<Subscription>> {
         self.subscription(id)
             .await?

@@ -381,7 +381,12 @@ impl Sender {
             return self.finish_unsent(&entry, "dropped").await;
         };
         if sub.paused {
-            deliveries::apply(self.kv.as_ref(), &self.keys, &entry, Transition::Park).await?;
+            let requeued =
+                deliveries::apply(self.kv.as_ref(), &self.keys, &entry, Transition::Park).await?;
+            if requeued.is_some() {
+                // The store says it was resumed: this node's copy is stale.
+                self.metadata.forget_subscription(&entry.sub).await;
+            }
             return Ok(());
         }
         let message = {

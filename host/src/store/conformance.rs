@@ -50,9 +50,18 @@ impl<G> Fixture for (Arc<dyn Kv>, G) {
 
 /// Expands to one `#[tokio::test]` per conformance case. `$make` is evaluated
 /// afresh for each test and must yield a [`Fixture`].
+///
+/// With `optional:`, `$make` yields an `Option` of a fixture, and each test
+/// prints `skipped: …` and returns when it is `None` (no cluster to run on).
 #[macro_export]
 macro_rules! kv_conformance_tests {
+    (optional: $make:expr) => {
+        $crate::kv_conformance_tests!(@list $make;);
+    };
     ($make:expr) => {
+        $crate::kv_conformance_tests!(@list Some($make););
+    };
+    (@list $make:expr;) => {
         $crate::kv_conformance_tests!(@cases $make;
             // Slowest first, so it overlaps the others.
             old_transaction_is_too_old,
@@ -77,7 +86,10 @@ macro_rules! kv_conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let fixture = $make;
+                let Some(fixture) = $make else {
+                    println!("skipped: no store to run {} on", stringify!($case));
+                    return;
+                };
                 let kv = $crate::store::conformance::Fixture::kv(&fixture);
                 $crate::store::conformance::$case(kv).await;
             }
