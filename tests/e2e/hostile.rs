@@ -9,14 +9,7 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn upload(client: &TestClient, name: &str, bytes: Vec<u8>) {
-    let reply = client
-        .send(
-            client
-                .http
-                .put(client.url(&format!("/v1/plugins/{name}")))
-                .body(bytes),
-        )
-        .await;
+    let reply = client.put_plugin(name, bytes).await;
     assert_eq!(reply.status, 201, "upload {name}: {}", reply.text);
 }
 

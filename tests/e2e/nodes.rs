@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use herald_tests::cluster::{TestCluster, metric};
-use herald_tests::{Delivery, TestClient, TestReceiver, plugin_wasm};
+use herald_tests::{Delivery, TestClient, TestReceiver};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -266,11 +266,7 @@ async fn node_metadata_changes_reach_every_node_within_the_bound() {
     assert_eq!(duplicates(&released), 0);
 
     // A plugin attached on A filters what every other node publishes.
-    let bytes = std::fs::read(plugin_wasm("json-schema-filter")).expect("built plugin");
-    let upload = a
-        .send(a.http.put(a.url("/v1/plugins/schema")).body(bytes))
-        .await;
-    assert_eq!(upload.status, 201, "{}", upload.text);
+    a.push_plugin("schema", "json-schema-filter").await;
     let schema = json!({"type": "object", "required": ["order"]});
     let chain =
         json!({"plugins": [{"name": "schema", "config": {"schema": schema, "on_fail": "reject"}}]});

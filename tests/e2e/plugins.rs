@@ -11,21 +11,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Uploads a built plugin; returns the response.
 pub async fn push(client: &TestClient, name: &str, crate_name: &str) -> Value {
-    let bytes = std::fs::read(plugin_wasm(crate_name)).expect("built plugin");
-    let reply = client
-        .send(
-            client
-                .http
-                .put(client.url(&format!("/v1/plugins/{name}")))
-                .body(bytes),
-        )
-        .await;
-    assert!(
-        matches!(reply.status, 200 | 201),
-        "upload {name}: {}",
-        reply.text
-    );
-    reply.json
+    client.push_plugin(name, crate_name).await
 }
 
 async fn topic_with(client: &TestClient, topic: &str, plugins: Value) {

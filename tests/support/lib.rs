@@ -123,6 +123,25 @@ impl TestClient {
         format!("{}{}", self.base, path)
     }
 
+    /// `PUT /v1/plugins/{name}` with a component's bytes; any status.
+    pub async fn put_plugin(&self, name: &str, bytes: Vec<u8>) -> Reply {
+        let url = self.url(&format!("/v1/plugins/{name}"));
+        self.send(self.http.put(url).body(bytes)).await
+    }
+
+    /// Uploads the built plugin crate `crate_name` (see [`plugin_wasm`]) as
+    /// `name`, expecting success; returns the response's JSON.
+    pub async fn push_plugin(&self, name: &str, crate_name: &str) -> Value {
+        let bytes = std::fs::read(plugin_wasm(crate_name)).expect("built plugin");
+        let reply = self.put_plugin(name, bytes).await;
+        assert!(
+            matches!(reply.status, 200 | 201),
+            "upload {name}: {}",
+            reply.text
+        );
+        reply.json
+    }
+
     /// Sends `method path` with an optional JSON body and checks the status.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>, expect: u16) -> Value {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
