@@ -289,10 +289,11 @@ impl Config {
         if self.store.cluster_file.is_some() && self.store.backend != StoreBackend::Fdb {
             return invalid("store.cluster_file", "only applies to backend = \"fdb\"");
         }
-        if self.sender.lease_renew_ms == 0 || self.sender.lease_renew_ms >= self.sender.lease_ms {
+        if self.sender.lease_renew_ms == 0 || self.sender.lease_renew_ms > self.sender.lease_ms / 2
+        {
             return invalid(
                 "sender.lease_renew_ms",
-                "must be at least 1 and shorter than sender.lease_ms",
+                "must be at least 1 and at most half of sender.lease_ms",
             );
         }
         Ok(())

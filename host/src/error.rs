@@ -56,9 +56,12 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Store(KvError::Conflict | KvError::TooOld | KvError::RetriesExhausted(_)) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Store(
+                KvError::Conflict
+                | KvError::TooOld
+                | KvError::RetriesExhausted(_)
+                | KvError::Unavailable(_),
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -72,9 +75,12 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::Store(KvError::Conflict | KvError::TooOld | KvError::RetriesExhausted(_)) => {
-                "store_busy"
-            }
+            ApiError::Store(
+                KvError::Conflict
+                | KvError::TooOld
+                | KvError::RetriesExhausted(_)
+                | KvError::Unavailable(_),
+            ) => "store_busy",
             ApiError::Store(_) | ApiError::Internal(_) => "internal",
         }
     }

@@ -169,12 +169,18 @@ impl Node {
 
 /// Runs a node until SIGTERM or Ctrl-C, then shuts down gracefully.
 pub async fn serve(config: Config) -> Result<(), StartError> {
+    let served = serve_until_signal(config).await;
+    // FoundationDB's client network must stop before the process exits.
+    #[cfg(feature = "fdb")]
+    crate::store::fdb::stop_network();
+    served
+}
+
+async fn serve_until_signal(config: Config) -> Result<(), StartError> {
     let node = Node::start(config).await?;
     wait_for_signal().await;
     tracing::info!("shutting down: finishing in-flight deliveries");
     node.shutdown().await;
-    #[cfg(feature = "fdb")]
-    crate::store::fdb::stop_network();
     tracing::info!("stopped");
     Ok(())
 }

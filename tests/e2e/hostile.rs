@@ -79,6 +79,27 @@ async fn infinite_loop_is_stopped_by_its_cpu_limit() {
 }
 
 #[tokio::test]
+async fn sleeping_plugin_is_refused_not_waited_for() {
+    let server = TestServer::start().await;
+    let client = &server.client;
+    upload(
+        client,
+        "doze",
+        std::fs::read(plugin_wasm("sleep-forever")).unwrap(),
+    )
+    .await;
+    let started = Instant::now();
+    let reply = publish_through(client, "doze", json!({"name": "doze"})).await;
+    let elapsed = started.elapsed();
+    assert_refused(&reply, "may not sleep");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "answered after {elapsed:?}"
+    );
+    assert_healthy(client).await;
+}
+
+#[tokio::test]
 async fn memory_bomb_hits_its_memory_limit() {
     let server = TestServer::start().await;
     let client = &server.client;

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, Resource, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -124,6 +125,7 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|err| PluginError::Engine(err.to_string()))?;
+        forbid_sleep(&mut linker).map_err(|err| PluginError::Engine(err.to_string()))?;
         bindings::host::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(
             &mut linker,
             |state| state,
@@ -281,6 +283,34 @@ impl PluginEngine {
         })
         .await
     }
+}
+
+/// WASI interface whose timers are replaced; the linker matches any 0.2.x
+/// import of it to this version.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Makes the clock's timers trap. A sleep (`std::thread::sleep` is a timer
+/// plus a blocking poll) waits inside the host, where neither fuel nor the
+/// epoch deadline reaches, so one sleeping plugin could hold a thread, and
+/// the publish or delivery waiting on it, for as long as it liked.
+fn forbid_sleep(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    const REFUSAL: &str = "plugins may not sleep or wait on timers";
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(wasmtime::format_err!(REFUSAL))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |_, (_,): (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+            Err(wasmtime::format_err!(REFUSAL))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 fn log_stdio(label: &str, stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) {

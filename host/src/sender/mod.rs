@@ -402,6 +402,8 @@ impl Sender {
             return self.finish_unsent(&entry, "dropped").await;
         };
         let mut entry = entry;
+        let renew_every = Duration::from_millis(self.config.lease_renew_ms);
+        let mut renewed_at = std::time::Instant::now();
         if self.shared {
             entry = self.renew_lease(&entry).await?;
         }
@@ -413,6 +415,12 @@ impl Sender {
                 retry_after: None,
             },
             Prepared::Send(mut request) => {
+                // The plugins may have run a while: the request goes out
+                // only under a lease with most of its time left.
+                if self.shared && renewed_at.elapsed() >= renew_every {
+                    entry = self.renew_lease(&entry).await?;
+                    renewed_at = std::time::Instant::now();
+                }
                 let id = format_id(message.header.id);
                 attempt::sign(&mut request, &sub.secret, &id, (now_ms() / 1000) as i64);
                 let timeout = Duration::from_millis(sub.timeout_ms);
@@ -422,10 +430,23 @@ impl Sender {
                     if !self.shared {
                         break send.await;
                     }
+                    let next_renewal = renew_every.saturating_sub(renewed_at.elapsed());
                     tokio::select! {
                         outcome = &mut send => break outcome,
-                        _ = tokio::time::sleep(Duration::from_millis(self.config.lease_renew_ms)) => {
-                            entry = self.renew_lease(&entry).await?;
+                        _ = tokio::time::sleep(next_renewal) => {
+                            renewed_at = std::time::Instant::now();
+                            match self.renew_lease(&entry).await {
+                                Ok(renewed) => entry = renewed,
+                                Err(TransitionError::LostLease) => {
+                                    return Err(TransitionError::LostLease);
+                                }
+                                // The request is out; cutting it off would
+                                // only make a duplicate. The next tick retries.
+                                Err(TransitionError::Store(err)) => tracing::warn!(
+                                    error = %err,
+                                    "lease renewal failed; retrying at the next tick"
+                                ),
+                            }
                         }
                     }
                 }

@@ -46,6 +46,7 @@ mod codes {
     pub const TRANSACTION_TOO_OLD: i32 = 1007;
     pub const NOT_COMMITTED: i32 = 1020;
     pub const TRANSACTION_TOO_LARGE: i32 = 2101;
+    pub const TRANSACTION_TIMED_OUT: i32 = 1031;
 }
 
 /// How long one attempt of a transaction may take on the cluster, and how
@@ -76,6 +77,14 @@ fn fdb_error(err: FdbError) -> KvError {
         codes::TRANSACTION_TOO_OLD => KvError::TooOld,
         codes::NOT_COMMITTED => KvError::Conflict,
         codes::TRANSACTION_TOO_LARGE => KvError::TxnTooLarge,
+        // The cluster is slow, unreachable or recovering: the caller may
+        // try again later (the API answers 503).
+        code if code == codes::TRANSACTION_TIMED_OUT
+            || err.is_retryable()
+            || err.is_maybe_committed() =>
+        {
+            KvError::Unavailable(format!("foundationdb: {err} (code {code})"))
+        }
         _ => KvError::Backend(format!("foundationdb: {err} (code {})", err.code())),
     }
 }
@@ -124,7 +133,10 @@ impl Kv for FdbKv {
                     let (fdb, refused) = (ops.take_fdb_error(), ops.take_refusal());
                     drop(ops);
                     match (outcome, fdb) {
-                        (Ok(()), _) => match refused {
+                        // A refused or failed operation fails the attempt even
+                        // when the closure went on regardless.
+                        (Ok(()), Some(err)) => Err(FdbBindingError::from(err)),
+                        (Ok(()), None) => match refused {
                             None => Ok(()),
                             Some(err) => Err(FdbBindingError::CustomError(Box::new(Stopped(
                                 TxnAbort::Kv(err),
@@ -159,7 +171,7 @@ impl Kv for FdbKv {
         match tokio::time::timeout(Duration::from_secs(2), read).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(err)) => Err(fdb_error(err)),
-            Err(_) => Err(KvError::Backend(
+            Err(_) => Err(KvError::Unavailable(
                 "foundationdb: no read version within 2 s".into(),
             )),
         }

@@ -80,6 +80,10 @@ pub enum KvError {
     TxnTooLarge,
     #[error("transaction retried {0} times without committing")]
     RetriesExhausted(u32),
+    /// The store cannot answer now (a cluster that is unreachable or
+    /// recovering); worth trying again later, not within this transaction.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error("storage backend: {0}")]
     Backend(String),
 }
