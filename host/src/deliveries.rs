@@ -436,3 +436,88 @@ pub async fn list_dlq(
         .await?;
     rows.iter().map(|(_, v)| decode(v)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{Protocol, RetryPolicy, Subscription};
+    use crate::store::embedded::EmbeddedKv;
+
+    /// Applies `Park` to a due delivery whose stored subscription is
+    /// `paused` or not; returns the entry if it was requeued, and whether a
+    /// parked record exists afterwards.
+    async fn park_with_stored(paused: bool) -> (Option<DueEntry>, bool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = EmbeddedKv::open(&dir.path().join("store.redb")).expect("open");
+        let keys = Keys::new("test");
+        let sub = Subscription {
+            id: "sub_1".into(),
+            topic: "t".into(),
+            protocol: Protocol::Http,
+            endpoint: "http://127.0.0.1:1/hook".into(),
+            secret: "whsec_AAAA".into(),
+            retry: RetryPolicy::default(),
+            timeout_ms: 1000,
+            envelope: false,
+            paused,
+            created_at_ms: 1,
+            plugins: Vec::new(),
+        };
+        let state = DeliveryState {
+            topic: "t".into(),
+            attempts: 1,
+            created_ms: 1,
+            last_error: None,
+            lease: None,
+        };
+        let entry = DueEntry {
+            key: due_key(&keys, 5, &sub.id, 7),
+            due_ms: 5,
+            sub: sub.id.clone(),
+            msg: 7,
+            state,
+        };
+        {
+            let (keys, sub, entry) = (keys.clone(), sub.clone(), entry.clone());
+            kv.run(move |txn| {
+                let (keys, sub, entry) = (keys.clone(), sub.clone(), entry.clone());
+                async move {
+                    txn.set(&keys.sub(&sub.id), &encode(&sub))?;
+                    txn.set(&entry.key, &encode(&entry.state))
+                }
+            })
+            .await
+            .expect("seed");
+        }
+        let requeued = apply(&kv, &keys, &entry, Transition::Park)
+            .await
+            .expect("park");
+        let parked_key = keys.parked(&sub.id, 7);
+        let parked = kv
+            .run(move |txn| {
+                let key = parked_key.clone();
+                async move { txn.get(&key, false).await }
+            })
+            .await
+            .expect("read")
+            .is_some();
+        (requeued, parked)
+    }
+
+    #[tokio::test]
+    async fn park_parks_what_the_store_says_is_paused() {
+        let (requeued, parked) = park_with_stored(true).await;
+        assert!(requeued.is_none());
+        assert!(parked);
+    }
+
+    #[tokio::test]
+    async fn park_requeues_what_the_store_says_was_resumed() {
+        let before = now_ms();
+        let (requeued, parked) = park_with_stored(false).await;
+        let entry = requeued.expect("due again instead of parked");
+        assert!(!parked);
+        assert!(entry.due_ms >= before, "due now, not at its old time");
+        assert_eq!(entry.state.attempts, 1);
+    }
+}

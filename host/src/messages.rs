@@ -71,8 +71,22 @@ pub fn validate_attributes(attributes: &BTreeMap<String, String>) -> Result<(), 
                 "attribute {name} is longer than {MAX_ATTRIBUTE_VALUE} bytes"
             ));
         }
+        if !is_header_safe(value) {
+            return bad(format!(
+                "attribute {name} must be printable ASCII: it is delivered as a header"
+            ));
+        }
     }
     Ok(())
+}
+
+/// Whether `value` can go out as an HTTP header value as it is: printable
+/// ASCII, spaces and tabs. Deliveries carry attributes and the content type
+/// as headers, so anything else would fail every attempt.
+pub fn is_header_safe(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// Writes a header and its body chunks under `header_key` / `chunk_key(i)`.
@@ -159,5 +173,21 @@ pub async fn release(txn: &Txn, keys: &Keys, topic: &str, id: u64) -> Result<(),
         delete_message(txn, keys, topic, id)
     } else {
         txn.set(&refs_key, &(refs - 1).to_le_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_safe_values() {
+        assert!(is_header_safe("application/json; charset=utf-8"));
+        assert!(is_header_safe("a\tb ~"));
+        assert!(!is_header_safe("line\nbreak"));
+        assert!(!is_header_safe("caf\u{e9}"));
+        let attributes = BTreeMap::from([("kind".to_string(), "a\r\nb".to_string())]);
+        let err = validate_attributes(&attributes).unwrap_err();
+        assert!(err.to_string().contains("printable ASCII"), "{err}");
     }
 }

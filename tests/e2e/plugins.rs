@@ -46,6 +46,7 @@ async fn upload_reports_kind_version_and_digest() {
     let one = client.call("GET", "/v1/plugins/router", None, 200).await;
     assert_eq!(one["latest_version"], 1);
     assert_eq!(one["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(one["versions"][0]["digest"], first["digest"]);
     // A transform cannot become a version of a filter.
     let bytes = std::fs::read(plugin_wasm("redact-pii")).unwrap();
     let reply = client

@@ -482,7 +482,10 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILD: Once = Once::new();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let file = format!("{}.wasm", name.replace('-', "_"));
-    let path = root.join("target/wasm32-wasip2/plugin").join(file);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let path = target.join("wasm32-wasip2/plugin").join(file);
     if !path.exists() {
         BUILD.call_once(|| {
             let status = Command::new(root.join("scripts/build-plugins"))

@@ -25,8 +25,33 @@ pub struct PluginView {
     pub name: String,
     pub kind: PluginKind,
     pub latest_version: Option<u32>,
-    pub versions: Vec<PluginVersion>,
+    pub versions: Vec<VersionView>,
     pub created_at_ms: u64,
+}
+
+/// A version as the API shows it: the digest in the same `sha256:…` form
+/// that the upload answered with.
+#[derive(Serialize)]
+pub struct VersionView {
+    pub version: u32,
+    pub digest: String,
+    pub size: usize,
+    pub uploaded_at_ms: u64,
+}
+
+fn digest_label(hex: &str) -> String {
+    format!("sha256:{hex}")
+}
+
+impl From<&PluginVersion> for VersionView {
+    fn from(version: &PluginVersion) -> Self {
+        VersionView {
+            version: version.version,
+            digest: digest_label(&version.digest),
+            size: version.size,
+            uploaded_at_ms: version.uploaded_at_ms,
+        }
+    }
 }
 
 impl From<&PluginRecord> for PluginView {
@@ -35,7 +60,7 @@ impl From<&PluginRecord> for PluginView {
             name: record.name.clone(),
             kind: record.kind,
             latest_version: record.latest().map(|v| v.version),
-            versions: record.versions.clone(),
+            versions: record.versions.iter().map(VersionView::from).collect(),
             created_at_ms: record.created_at_ms,
         }
     }
@@ -69,7 +94,7 @@ pub async fn upload(
             name,
             kind: uploaded.record.kind,
             version: uploaded.version.version,
-            digest: format!("sha256:{}", uploaded.version.digest),
+            digest: digest_label(&uploaded.version.digest),
             size: uploaded.version.size,
         }),
     ))

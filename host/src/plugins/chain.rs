@@ -238,6 +238,13 @@ impl PluginHost {
                             "invalid attributes: {err}"
                         ))));
                     }
+                    if let Some(content_type) = &output.content_type
+                        && !crate::messages::is_header_safe(content_type)
+                    {
+                        return Err(fail(PluginError::Returned(format!(
+                            "invalid content type {content_type:?}: it must be printable ASCII"
+                        ))));
+                    }
                     // Only the body, content type and attributes are the plugin's to change.
                     message.body = output.body;
                     message.content_type = output.content_type;
