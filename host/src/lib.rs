@@ -12,7 +12,8 @@
 //! - [`sender`]: fan-out and delivery workers, the per-endpoint limits, and
 //!   one attempt's request, signature and outcome.
 //! - [`store`]: the [`store::Kv`] trait with FoundationDB semantics, its
-//!   embedded redb backend, the keyspace and the conformance suite.
+//!   embedded redb backend, the FoundationDB backend (cargo feature `fdb`),
+//!   the keyspace and the conformance suite.
 //! - [`plugins`]: the wasmtime component host for the worlds in `wit/`:
 //!   sandbox, limits, upload validation, registry and attachment chains.
 //! - [`signing`]: Standard Webhooks signatures.
