@@ -105,6 +105,11 @@ pub async fn publish_one(
                     detail: format!("plugin {plugin} rejected the message: {reason}"),
                 });
             }
+            // The engine itself failed (the store, a compile task): not the
+            // publisher's fault, so a 5xx, with the cause in the log.
+            Err(failure) if matches!(failure.error, crate::plugins::PluginError::Engine(_)) => {
+                return Err(ApiError::Internal(failure.to_string()));
+            }
             Err(failure) => {
                 return Err(ApiError::Unprocessable {
                     code: "plugin_failed",
