@@ -114,9 +114,11 @@ impl Metadata {
         let mut seen = self.version().await.ok();
         let key = self.keys.meta_version();
         loop {
+            // The version key holds a little-endian counter; absent is 0.
+            let seen_value = seen.filter(|v| *v != 0).map(i64::to_le_bytes);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.kv.wait_for_change(&key, every) => {}
+                _ = self.kv.wait_for_change(&key, seen_value.as_ref().map(|v| &v[..]), every) => {}
             }
             match self.version().await {
                 Ok(version) if Some(version) != seen => {

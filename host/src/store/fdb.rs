@@ -177,15 +177,30 @@ impl Kv for FdbKv {
         }
     }
 
-    async fn wait_for_change(&self, key: &[u8], timeout: Duration) {
+    async fn wait_for_change(&self, key: &[u8], seen: Option<&[u8]>, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
         let watch = async {
             let trx = self.db.create_trx().ok()?;
+            // A change that landed before the watch is set would not fire it:
+            // compare first, at the watch's own read version.
+            let current = trx.get(key, false).await.ok()?;
+            if current.as_deref() != seen {
+                return Some(());
+            }
             let changed = trx.watch(key);
             trx.commit().await.ok()?;
             changed.await.ok()
         };
-        // Either way the caller reads the key again, so errors are timeouts.
-        let _ = tokio::time::timeout(timeout, watch).await;
+        // On an error the caller reads the key again after the timeout, not
+        // at once, so a failing cluster is not polled in a tight loop.
+        if tokio::time::timeout_at(deadline, watch)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            tokio::time::sleep_until(deadline).await;
+        }
     }
 
     fn name(&self) -> &'static str {

@@ -154,11 +154,13 @@ pub trait Kv: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Returns once `key` may have changed, or after `timeout`. FoundationDB
-    /// wakes on the change (a watch); the default only waits out the
-    /// timeout, which makes callers poll. Callers read the key again either way.
-    async fn wait_for_change(&self, key: &[u8], timeout: std::time::Duration) {
-        let _ = key;
+    /// Returns once `key` may hold something other than `seen` (its value
+    /// as the caller last read it; `None` when absent), or after `timeout`.
+    /// FoundationDB wakes on the change (a watch); the default only waits out
+    /// the timeout, which makes callers poll. Callers read the key again
+    /// either way.
+    async fn wait_for_change(&self, key: &[u8], seen: Option<&[u8]>, timeout: std::time::Duration) {
+        let _ = (key, seen);
         tokio::time::sleep(timeout).await;
     }
 
