@@ -20,22 +20,10 @@ async fn publish_through(
     attachment: Value,
 ) -> herald_tests::Reply {
     let reply = client
-        .send(
-            client
-                .http
-                .put(client.url(&format!("/v1/topics/{topic}")))
-                .json(&json!({"plugins": [attachment]})),
-        )
+        .put_topic(topic, json!({"plugins": [attachment]}))
         .await;
     assert_eq!(reply.status, 201, "topic {topic}: {}", reply.text);
-    client
-        .send(
-            client
-                .http
-                .post(client.url(&format!("/v1/topics/{topic}/messages")))
-                .body("payload"),
-        )
-        .await
+    client.post_message(topic, "payload").await
 }
 
 /// The server still serves and delivers after a hostile call.

@@ -314,14 +314,7 @@ async fn node_metadata_changes_reach_every_node_within_the_bound() {
                 .is_some_and(|chain| !chain.is_empty())
         })
         .await;
-        let refused = client
-            .send(
-                client
-                    .http
-                    .post(client.url("/v1/topics/meta/messages"))
-                    .body("{}"),
-            )
-            .await;
+        let refused = client.post_message("meta", "{}").await;
         assert_eq!(refused.status, 422, "node {node}: {}", refused.text);
         println!("plugin attachment: node {node} applied it after {seen:?}");
     }

@@ -15,14 +15,7 @@ pub async fn push(client: &TestClient, name: &str, crate_name: &str) -> Value {
 }
 
 async fn topic_with(client: &TestClient, topic: &str, plugins: Value) {
-    let reply = client
-        .send(
-            client
-                .http
-                .put(client.url(&format!("/v1/topics/{topic}")))
-                .json(&json!({ "plugins": plugins })),
-        )
-        .await;
+    let reply = client.put_topic(topic, json!({ "plugins": plugins })).await;
     assert!(
         matches!(reply.status, 200 | 201),
         "topic {topic}: {}",
@@ -49,14 +42,7 @@ async fn upload_reports_kind_version_and_digest() {
     assert_eq!(one["versions"][0]["digest"], first["digest"]);
     // A transform cannot become a version of a filter.
     let bytes = std::fs::read(plugin_wasm("redact-pii")).unwrap();
-    let reply = client
-        .send(
-            client
-                .http
-                .put(client.url("/v1/plugins/router"))
-                .body(bytes),
-        )
-        .await;
+    let reply = client.put_plugin("router", bytes).await;
     assert_eq!(reply.status, 409, "{}", reply.text);
 }
 
@@ -79,9 +65,7 @@ async fn bad_uploads_are_refused_with_reasons() {
         ("foreign import", evil_import, "evil:net/socket"),
     ];
     for (what, bytes, reason) in cases {
-        let reply = client
-            .send(client.http.put(client.url("/v1/plugins/bad")).body(bytes))
-            .await;
+        let reply = client.put_plugin("bad", bytes).await;
         assert_eq!(reply.status, 400, "{what}: {}", reply.text);
         assert_eq!(reply.json["code"], "invalid_plugin", "{what}");
         assert!(
@@ -91,14 +75,7 @@ async fn bad_uploads_are_refused_with_reasons() {
         );
     }
     client.call("GET", "/v1/plugins/bad", None, 404).await;
-    let bad_name = client
-        .send(
-            client
-                .http
-                .put(client.url("/v1/plugins/bad%20name"))
-                .body("x"),
-        )
-        .await;
+    let bad_name = client.put_plugin("bad%20name", b"x".to_vec()).await;
     assert_eq!(bad_name.json["code"], "invalid_plugin_name");
 }
 
@@ -117,14 +94,7 @@ async fn json_schema_filter_refuses_bad_messages_at_publish() {
     .await;
     client.subscribe("orders", &receiver.url, json!({})).await;
 
-    let refused = client
-        .send(
-            client
-                .http
-                .post(client.url("/v1/topics/orders/messages"))
-                .body(r#"{"order": "nope"}"#),
-        )
-        .await;
+    let refused = client.post_message("orders", r#"{"order": "nope"}"#).await;
     assert_eq!(refused.status, 422, "{}", refused.text);
     assert_eq!(refused.json["code"], "rejected_by_plugin");
     assert!(
@@ -273,12 +243,7 @@ async fn attached_plugins_cannot_be_deleted_and_kinds_are_checked() {
     push(client, "slack", "slack-formatter").await;
     push(client, "redact", "redact-pii").await;
     let reply = client
-        .send(
-            client
-                .http
-                .put(client.url("/v1/topics/t"))
-                .json(&json!({"plugins": [{"name": "slack"}]})),
-        )
+        .put_topic("t", json!({"plugins": [{"name": "slack"}]}))
         .await;
     assert_eq!(
         reply.status, 400,
@@ -286,21 +251,11 @@ async fn attached_plugins_cannot_be_deleted_and_kinds_are_checked() {
         reply.text
     );
     let missing = client
-        .send(
-            client
-                .http
-                .put(client.url("/v1/topics/t"))
-                .json(&json!({"plugins": [{"name": "nope"}]})),
-        )
+        .put_topic("t", json!({"plugins": [{"name": "nope"}]}))
         .await;
     assert_eq!(missing.status, 404, "{}", missing.text);
     let pinned = client
-        .send(
-            client
-                .http
-                .put(client.url("/v1/topics/t"))
-                .json(&json!({"plugins": [{"name": "redact", "version": 9}]})),
-        )
+        .put_topic("t", json!({"plugins": [{"name": "redact", "version": 9}]}))
         .await;
     assert_eq!(pinned.status, 404, "{}", pinned.text);
 

@@ -123,6 +123,18 @@ impl TestClient {
         format!("{}{}", self.base, path)
     }
 
+    /// `PUT /v1/topics/{topic}` with a JSON body; any status.
+    pub async fn put_topic(&self, topic: &str, body: Value) -> Reply {
+        let url = self.url(&format!("/v1/topics/{topic}"));
+        self.send(self.http.put(url).json(&body)).await
+    }
+
+    /// `POST /v1/topics/{topic}/messages` with a raw body; any status.
+    pub async fn post_message(&self, topic: &str, body: impl Into<Vec<u8>>) -> Reply {
+        let url = self.url(&format!("/v1/topics/{topic}/messages"));
+        self.send(self.http.post(url).body(body.into())).await
+    }
+
     /// `PUT /v1/plugins/{name}` with a component's bytes; any status.
     pub async fn put_plugin(&self, name: &str, bytes: Vec<u8>) -> Reply {
         let url = self.url(&format!("/v1/plugins/{name}"));
